@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
@@ -56,22 +55,36 @@ def _commit_cached() -> str:
     return _COMMIT
 
 
-@dataclass
 class Result:
-    """Everything one run produced."""
+    """Everything one run produced: tallies, and frames built from them on first use.
 
-    adoption: pl.DataFrame
-    observables: pl.DataFrame
-    dependency: pl.DataFrame
-    ecosystem: pl.DataFrame
-    kpis: pl.DataFrame
-    policies: pl.DataFrame
-    cutoff: pl.DataFrame
-    manifest: dict = field(default_factory=dict)
+    Frames (polars, tidy, one row per month x entity): ``adoption``, ``observables``,
+    ``dependency``, ``ecosystem``, ``kpis``, ``policies``, ``cutoff``. They are built lazily, so a
+    caller that needs only the observables (calibration) does not pay for the rest.
+    """
+
+    def __init__(self, frames: dict | None = None, manifest: dict | None = None,
+                 builder: dict | None = None):
+        self._frames = dict(frames or {})
+        self._builder = builder or {}
+        self.manifest = manifest or {}
+
+    def _frame(self, name: str) -> pl.DataFrame:
+        if name not in self._frames:
+            self._frames[name] = self._builder[name]()
+        return self._frames[name]
+
+    adoption = property(lambda self: self._frame("adoption"))
+    observables = property(lambda self: self._frame("observables"))
+    dependency = property(lambda self: self._frame("dependency"))
+    ecosystem = property(lambda self: self._frame("ecosystem"))
+    kpis = property(lambda self: self._frame("kpis"))
+    policies = property(lambda self: self._frame("policies"))
+    cutoff = property(lambda self: self._frame("cutoff"))
 
     @classmethod
     def from_model(cls, model, wall_time: float) -> Result:
-        """Build the frames from a finished :class:`~sim.model.DiffusionModel`."""
+        """Wrap a finished :class:`~sim.model.DiffusionModel` (frames built on demand)."""
         sc = model.spec
         rec = model.record
         tab = model.countries
@@ -84,10 +97,13 @@ class Result:
              "bloc": "", "reason": r.label, "origin": r.origin}
             for r in model.policies.rules if r.origin != "endogenous" and r.start < len(dates)
         ]
-        policies = pl.DataFrame(
-            acts, schema={"date": pl.Date, "country": pl.String, "action": pl.String,
-                          "bloc": pl.String, "reason": pl.String, "origin": pl.String},
-        ).sort("date", "country", "action", maintain_order=True)
+
+        def policies():
+            return pl.DataFrame(
+                acts, schema={"date": pl.Date, "country": pl.String, "action": pl.String,
+                              "bloc": pl.String, "reason": pl.String, "origin": pl.String},
+            ).sort("date", "country", "action", maintain_order=True)
+
         manifest = {
             "format_version": FORMAT_VERSION,
             "package_version": package_version(),
@@ -105,16 +121,19 @@ class Result:
             "imputed_country_fields": {k: list(v) for k, v in tab.imputed.items()},
             "wall_time_s": round(wall_time, 4),
         }
-        return cls(
-            adoption=outcomes.adoption(rec["usage"], dates, regions, rmat),
-            observables=outcomes.observables(rec, dates, dl),
-            dependency=outcomes.dependency(rec["usage"], dates, regions, rmat),
-            ecosystem=outcomes.ecosystem(rec, dates, dl),
-            kpis=outcomes.kpis(rec["usage"], dates, regions, rmat, tab.n),
-            policies=policies,
-            cutoff=outcomes.cutoff(rec, dates),
-            manifest=manifest,
-        )
+        builder = {
+            "adoption": lambda: outcomes.adoption(rec["usage"], dates, regions, rmat),
+            "observables": lambda: outcomes.observables(rec, dates, dl),
+            "dependency": lambda: outcomes.dependency(rec["usage"], dates, regions, rmat),
+            "ecosystem": lambda: outcomes.ecosystem(rec, dates, dl),
+            "kpis": lambda: outcomes.kpis(rec["usage"], dates, regions, rmat, tab.n),
+            "policies": policies,
+            "cutoff": lambda: outcomes.cutoff(rec, dates),
+        }
+        result = cls(manifest=manifest, builder=builder)
+        result.record = rec
+        result.dates = dates
+        return result
 
     def share(self, region: str = "WLD", by: str = "bloc") -> pl.DataFrame:
         """Wide table of shares over time for a region, by ``bloc``, ``access`` or provider."""
@@ -152,4 +171,4 @@ class Result:
         """Load a written result."""
         out = Path(out_dir)
         frames = {name: pl.read_parquet(out / f"{name}.parquet") for name in FRAMES}
-        return cls(**frames, manifest=json.loads((out / "manifest.json").read_text()))
+        return cls(frames, manifest=json.loads((out / "manifest.json").read_text()))
