@@ -7,7 +7,8 @@ numbers come from ``calibration/data/``:
   release measured only on GPQA Diamond gets an ECI from a straight-line fit of ECI on GPQA over
   the releases measured on both (r = 0.975 on 25 models). A provider's quality at a month is the
   best ECI it has released so far. Between its market entry (``market_entries.csv``) and its
-  first measured release, quality is back-cast along the measured frontier's average slope.
+  first measured release, quality is back-cast along the measured frontier's average slope,
+  capped by the weakest measured provider of that month.
 * price: list price per million tokens, blended 3:1 input:output, running median over the
   provider's priced releases; a provider with no priced release takes the median of its
   (bloc, access) group, or of its access mode.
@@ -231,6 +232,7 @@ def measured_paths(data_dir=None) -> MeasuredPaths:
     price = np.full((n_t, N_PROVIDERS), np.nan)
     openness = np.zeros((n_t, N_PROVIDERS))
     entry = np.zeros(N_PROVIDERS, dtype=np.int64)
+    backcast = np.full((n_t, N_PROVIDERS), np.nan)
     for k, p in enumerate(PROVIDERS):
         rs = sorted(own[p.id], key=lambda r: r.month)
         if not rs:
@@ -248,7 +250,7 @@ def measured_paths(data_dir=None) -> MeasuredPaths:
             if got:
                 quality[t, k] = max(r.eci for r in got)
             else:  # entered the market before its first measured release: back-cast
-                quality[t, k] = first_q - slope * (first_t - t)
+                backcast[t, k] = first_q - slope * (first_t - t)
             pr = [r.price for r in priced if month_index(r.month) <= t] or \
                  [r.price for r in priced[:1]]
             if pr:
@@ -256,6 +258,14 @@ def measured_paths(data_dir=None) -> MeasuredPaths:
             if p.access == "open_weight":
                 lic = [r for r in got if r.eci > 0] or rs[:1]
                 openness[t, k] = lic[-1].openness
+    # a back-cast quality is capped by the weakest measured provider of the month: an unmeasured
+    # model is assumed no better than any measured model then on the market
+    for t in range(n_t):
+        need = ~np.isnan(backcast[t])
+        if need.any():
+            measured_t = quality[t][~np.isnan(quality[t])]
+            cap = measured_t.min() if measured_t.size else np.inf
+            quality[t, need] = np.minimum(backcast[t, need], cap)
     # providers with no priced release: median of (bloc, access) group, else of access mode
     for k, p in enumerate(PROVIDERS):
         if np.isnan(price[:, k]).all():
@@ -265,8 +275,11 @@ def measured_paths(data_dir=None) -> MeasuredPaths:
             ):
                 cols = price[:, [i for i in group if not np.isnan(price[:, i]).all()]]
                 if cols.size:
-                    with np.errstate(all="ignore"):
-                        fill = np.nanmedian(np.where(np.isnan(cols), np.nan, cols), axis=1)
+                    fill = np.full(n_t, np.nan)
+                    for t in range(n_t):
+                        row = cols[t][~np.isnan(cols[t])]
+                        if row.size:
+                            fill[t] = np.median(row)
                     # before any member is priced, use the group's first price
                     firsts = fill[~np.isnan(fill)]
                     fill = np.where(np.isnan(fill), firsts[0], fill)
