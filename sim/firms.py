@@ -58,6 +58,7 @@ class FirmPopulation:
     current: np.ndarray  # int32, provider index; n_providers means "no AI"
     tenure: np.ndarray  # int32, months with the current provider
     disrupted: np.ndarray  # bool, lost its provider to an API cut-off
+    searching: np.ndarray  # bool, lost its provider (ban or cut-off) and has not found another
 
     @property
     def n(self) -> int:
@@ -109,26 +110,29 @@ class FirmPopulation:
             current=np.full(n, n_providers, dtype=np.int32),
             tenure=np.zeros(n, dtype=np.int32),
             disrupted=np.zeros(n, dtype=np.bool_),
+            searching=np.zeros(n, dtype=np.bool_),
         )
 
 
 @numba.njit(cache=True, nogil=True)
 def decide(country, sector, weight, capacity, price_sens, trust_sens, cust, switch_mult,
-           current, tenure, disrupted, u_reconsider, u_choice, rho,
+           current, tenure, disrupted, searching, u_reconsider, u_choice, rho, migration_rate,
            lncost_host, lncost_self, capacity_req, b_cost, rest, trust, b_trust, lic, b_lic,
            avail, u_none, switch_cost, switch_growth, is_open,
            out_w, out_self, out_builders, out_disrupted):  # pragma: no cover - numba
     """One month of firm decisions (multinomial logit), and the month's tallies.
 
-    A firm reconsiders with probability ``rho`` (``u_reconsider < rho``) or when its provider has
-    become unavailable (ban or cut-off). Its choice set is the released, allowed providers plus
-    "no AI"; it picks by inverse-CDF on ``u_choice`` over the logit probabilities, which is an
-    exact multinomial-logit draw using one uniform per firm (common random numbers).
+    A firm whose provider has become unavailable (ban or cut-off) loses it: it is without AI
+    and *searching*, and from the next month looks for another with probability
+    ``migration_rate`` a month. Other firms reconsider with probability ``rho``
+    (``u_reconsider < rho``). The choice set is the released, allowed providers plus "no AI";
+    the pick is by inverse-CDF on ``u_choice`` over the logit probabilities, an exact
+    multinomial-logit draw using one uniform per firm (common random numbers).
 
     Tallies (activity-weighted): ``out_w[c, p]`` usage per country and provider (last column:
     no AI), ``out_self[c, p]`` self-hosted open-weight usage, ``out_builders[p]`` customisation
-    need of open-weight users (ecosystem builders), ``out_disrupted`` [served, total] weight of
-    firms that lost their provider to a cut-off.
+    need of open-weight users (ecosystem builders), ``out_disrupted[c]`` [served, total] weight
+    of firms that lost their provider to a cut-off.
     """
     n = country.shape[0]
     n_p = rest.shape[1]
@@ -138,10 +142,13 @@ def decide(country, sector, weight, capacity, price_sens, trust_sens, cust, swit
         c = country[i]
         s = sector[i]
         cur = current[i]
-        forced = cur < none and not avail[c, s, cur]
-        if forced or u_reconsider[i] < rho:
+        if cur < none and not avail[c, s, cur]:
+            current[i] = none
+            tenure[i] = 0
+            searching[i] = True
+        elif u_reconsider[i] < (migration_rate if searching[i] else rho):
             sc = 0.0
-            if cur < none and not forced:
+            if cur < none:
                 ten = min(tenure[i], 60)
                 sc = switch_cost * switch_mult[i] * (1.0 + switch_growth * ten / 12.0)
             best = -1e300
@@ -161,7 +168,7 @@ def decide(country, sector, weight, capacity, price_sens, trust_sens, cust, swit
                 else:
                     util[p] = -1e300
             u0 = u_none[c]
-            if cur < none and not forced:
+            if cur < none:
                 u0 -= sc
             util[none] = u0
             if u0 > best:
@@ -187,6 +194,8 @@ def decide(country, sector, weight, capacity, price_sens, trust_sens, cust, swit
                 tenure[i] = 0
             else:
                 tenure[i] += 1
+            if choice < none:
+                searching[i] = False
         else:
             tenure[i] += 1
         cur = current[i]
@@ -197,9 +206,9 @@ def decide(country, sector, weight, capacity, price_sens, trust_sens, cust, swit
             if capacity[i] >= capacity_req[c] and lncost_self[c, cur] < lncost_host[c, cur]:
                 out_self[c, cur] += w
         if disrupted[i]:
-            out_disrupted[1] += w
+            out_disrupted[c, 1] += w
             if cur < none:
-                out_disrupted[0] += w
+                out_disrupted[c, 0] += w
 
 
 @numba.njit(cache=True, nogil=True)

@@ -105,7 +105,8 @@ def parse_month(row: dict, col: str, *, required: bool = True) -> date | None:
         if not (1 <= month <= 12) or not (1990 <= year <= 2100):
             raise ValueError
     except (ValueError, IndexError):
-        raise DataError(f"{where}: value {raw!r} is not a date (YYYY, YYYY-MM or YYYY-MM-DD)")
+        raise DataError(
+            f"{where}: value {raw!r} is not a date (YYYY, YYYY-MM or YYYY-MM-DD)") from None
     return date(year, month, 1)
 
 

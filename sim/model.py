@@ -18,9 +18,18 @@ import numpy as np
 from sim.countries import Country, CountryTable, default_countries
 from sim.firms import FirmPopulation, decide, mark_disrupted
 from sim.policies import PolicySchedule
-from sim.providers import (BLOCS, BLOC_OF, INDEX, IS_OPEN, N_PROVIDERS, PROVIDERS, MeasuredPaths,
-                           measured_paths, trajectories)
-from sim.scenario import Scenario
+from sim.providers import (
+    BLOC_OF,
+    BLOCS,
+    INDEX,
+    IS_OPEN,
+    N_PROVIDERS,
+    PROVIDERS,
+    MeasuredPaths,
+    measured_paths,
+    trajectories,
+)
+from sim.scenario import SECTORS, Scenario
 
 DEFAULT_FIRMS = 20_000
 MAX_FIRMS = 2_000_000
@@ -81,8 +90,9 @@ class DiffusionModel(mesa.Model):
     3. **Country-level utility terms**, vectorised over countries: ln(cost / income) for hosted
        and self-hosted use, the performance gap, ecosystem, peers (last month's shares), trust,
        licence, and the appeal of "no AI yet".
-    4. **Firms decide** (one numba kernel): a fraction ``rho`` reconsider (plus every firm whose
-       provider became unavailable) and choose by multinomial logit with switching costs.
+    4. **Firms decide** (one numba kernel): a firm whose provider became unavailable loses it
+       and searches (``migration_rate`` a month); others reconsider at ``rho``; choices are
+       multinomial logit with switching costs.
     5. **Ecosystem**: new Hugging Face derivatives per open family from its builders, licence
        and quality; stocks grow and feed next month's utility.
     6. **Record** this month's tallies for the outcomes.
@@ -116,11 +126,12 @@ class DiffusionModel(mesa.Model):
             "builders": np.zeros((n_t, n_p)),
             "new_derivatives": np.zeros((n_t, n_p)),
             "eco_stock": np.zeros((n_t, n_p)),
-            "disrupted": np.zeros((n_t, 2)),
+            "disrupted": np.zeros((n_t, n_c, 2)),
         }
         self.actions: list[dict] = []
         self.t = 0
         self._peer = np.zeros((n_c, n_p))
+        self._prev_cut = np.zeros((n_c, len(SECTORS), n_p), dtype=bool)
         self._builder_norm = float((self.firms.weight * self.firms.cust).sum())
         self._const_country()
 
@@ -171,6 +182,37 @@ class DiffusionModel(mesa.Model):
                 else:
                     self.policies.add_sovereign(agent.idx, self.t, a.sovereign_subsidy)
 
+    def terms(self) -> dict:
+        """Environment and country-level utility terms of the current month (steps 2-3).
+
+        Returns arrays over (country, provider) unless noted: ``avail`` (country, sector,
+        provider), ``cut``, ``ln_host`` / ``ln_self`` (ln of cost over income, hosted and
+        self-hosted), ``cap_req`` (country), ``perf``, ``eco`` (provider), ``peer``, ``trust``,
+        ``rest`` (performance + ecosystem + peers, weighted), ``u_none`` (country).
+        """
+        a = self.spec.assumptions
+        t = self.t
+        pol = self.policies.month(t)
+        paths = self.paths
+        avail = paths.released[t][None, None, :] & ~pol["blocked"] & ~pol["cut"]
+        price = paths.price[t]
+        sub = pol["subsidy"]
+        ln_host = np.log(price)[None, :] - self._lninc[:, None]
+        ln_self = (np.log(price * a.selfhost_cost_ratio)[None, :]
+                   + np.log(self._compute_mult * (1 - sub))[:, None] - self._lninc[:, None])
+        perf = -paths.gap[t] / 10
+        eco = np.log1p(self.eco_stock[ECO_OF]) * HAS_ECO
+        concern = self.countries.data_concern + pol["concern"]
+        trust = (self._align - a.w_data * self._api_foreign * concern[:, None]
+                 - a.w_security * (1 - paths.security)[None, :] - pol["shock"][:, BLOC_OF])
+        return {
+            "avail": avail, "cut": pol["cut"], "ln_host": ln_host, "ln_self": ln_self,
+            "cap_req": a.selfhost_capacity * (1 - sub), "perf": perf, "eco": eco,
+            "peer": self._peer, "trust": trust,
+            "rest": (a.b_perf * perf + a.b_eco * eco)[None, :] + a.b_peer * self._peer,
+            "u_none": self._none_c - a.none_trend * t / 12.0,
+        }
+
     def step(self) -> None:
         """Advance one month (see the class docstring for the order)."""
         a = self.spec.assumptions
@@ -179,44 +221,28 @@ class DiffusionModel(mesa.Model):
         d = self.date
         if (d.month == 1 and lev.endogenous_policies and d.year >= a.policy_start_year):
             self.policy_step()
-        # 2. environment
-        pol = self.policies.month(t)
+        terms = self.terms()
+        new_cut = terms["cut"] & ~self._prev_cut
+        if new_cut.any():
+            mark_disrupted(self.firms.country, self.firms.sector, self.firms.current,
+                           self.firms.disrupted, new_cut)
+        self._prev_cut = terms["cut"]
         paths = self.paths
         released = paths.released[t]
-        avail = released[None, None, :] & ~pol["blocked"] & ~pol["cut"]
-        if t == 0 or pol["cut"].any():
-            prev_cut = self._prev_cut if t > 0 else np.zeros_like(pol["cut"])
-            new_cut = pol["cut"] & ~prev_cut
-            if new_cut.any():
-                mark_disrupted(self.firms.country, self.firms.sector, self.firms.current,
-                               self.firms.disrupted, new_cut)
-        self._prev_cut = pol["cut"]
-        # 3. country-level utility terms
-        price = paths.price[t]
-        ln_host = np.log(price)[None, :] - self._lninc[:, None]
-        sub = pol["subsidy"]
-        ln_self = (np.log(price * a.selfhost_cost_ratio)[None, :]
-                   + np.log(self._compute_mult * (1 - sub))[:, None] - self._lninc[:, None])
-        cap_req = a.selfhost_capacity * (1 - sub)
-        eco = np.log1p(self.eco_stock[ECO_OF]) * HAS_ECO
-        rest = (-a.b_perf * paths.gap[t] / 10 + a.b_eco * eco)[None, :] + a.b_peer * self._peer
-        concern = self.countries.data_concern + pol["concern"]
-        trust = (self._align - a.w_data * self._api_foreign * concern[:, None]
-                 - a.w_security * (1 - paths.security)[None, :] - pol["shock"][:, BLOC_OF])
-        years = t / 12.0
-        u_none = self._none_c - a.none_trend * years
         # 4. firms decide
         u = self.streams.firms(t).random(2 * self.firms.n)
         n_c = self.countries.n
         out_w = np.zeros((n_c, N_PROVIDERS + 1))
         out_self = np.zeros((n_c, N_PROVIDERS))
         out_b = np.zeros(N_PROVIDERS)
-        out_d = np.zeros(2)
+        out_d = np.zeros((n_c, 2))
         f = self.firms
         decide(f.country, f.sector, f.weight, f.capacity, f.price_sens, f.trust_sens, f.cust,
-               f.switch_mult, f.current, f.tenure, f.disrupted, u[: f.n], u[f.n:], a.rho,
-               ln_host, ln_self, cap_req, a.b_cost, rest, trust, a.b_trust,
-               paths.openness[t], a.b_lic, avail, u_none, a.switch_cost, a.switch_growth,
+               f.switch_mult, f.current, f.tenure, f.disrupted, f.searching, u[: f.n], u[f.n:],
+               a.rho, a.migration_rate,
+               terms["ln_host"], terms["ln_self"], terms["cap_req"], a.b_cost, terms["rest"],
+               terms["trust"], a.b_trust, paths.openness[t], a.b_lic, terms["avail"],
+               terms["u_none"], a.switch_cost, a.switch_growth,
                IS_OPEN, out_w, out_self, out_b, out_d)
         # 5. ecosystem
         builders = out_b / self._builder_norm

@@ -170,11 +170,23 @@ def kpis(usage: np.ndarray, dates, regions, rmat, n_countries: int) -> pl.DataFr
     return pl.concat(frames)
 
 
-def cutoff(rec: dict, dates) -> pl.DataFrame:
-    """Firms that lost their provider to a cut-off: their weight and the share served again."""
-    dis = rec["disrupted"]
+def cutoff(rec: dict, dates, regions, rmat) -> pl.DataFrame:
+    """Firms that lost their provider to a cut-off: their weight and the share served again.
+
+    Per (date, region): ``disrupted_weight`` (activity of firms cut off so far),
+    ``disrupted_share`` (that weight over the region's AI usage the month before the first
+    cut-off), ``served_share`` (the part of it using some AI provider again).
+    """
+    dis = np.einsum("rc,tck->trk", rmat, rec["disrupted"])
+    use = np.einsum("rc,tc->tr", rmat, rec["usage"][:, :, :N_PROVIDERS].sum(axis=2))
+    hit = np.flatnonzero(dis[:, :, 1].sum(axis=1) > 0)
+    base = use[max(hit[0] - 1, 0)] if hit.size else np.zeros(len(regions))
+    n_t, n_r = len(dates), len(regions)
     return pl.DataFrame({
-        "date": pl.Series(np.array(dates, dtype="datetime64[D]"), dtype=pl.Date),
-        "disrupted_weight": dis[:, 1],
-        "served_share": _safe_div(dis[:, 0], dis[:, 1]),
+        "date": pl.Series(np.repeat(np.array(dates, dtype="datetime64[D]"), n_r),
+                          dtype=pl.Date),
+        "region": np.tile(np.array(regions), n_t),
+        "disrupted_weight": dis[:, :, 1].reshape(-1),
+        "disrupted_share": _safe_div(dis[:, :, 1], base[None, :]).reshape(-1),
+        "served_share": _safe_div(dis[:, :, 0], dis[:, :, 1]).reshape(-1),
     })

@@ -20,8 +20,16 @@ import numpy as np
 
 from sim.countries import CountryTable
 from sim.providers import BLOCS, INDEX, IS_OPEN, N_PROVIDERS, PROVIDERS, month_index
-from sim.scenario import SECTORS, Ban, Cutoff, DataLocalisation, Scenario, SecurityShock, \
-    SovereignAI, Target
+from sim.scenario import (
+    SECTORS,
+    Ban,
+    Cutoff,
+    DataLocalisation,
+    Scenario,
+    SecurityShock,
+    SovereignAI,
+    Target,
+)
 
 CRITICAL_SECTORS = ("government", "finance", "health")
 RECORDED_BANS = {  # restriction kind: (providers, sectors or () for all)

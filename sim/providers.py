@@ -54,7 +54,8 @@ PROVIDERS: tuple[Provider, ...] = (
     Provider("openai", "OpenAI API", "US", "api", security_measured=_CAISI_US),
     Provider("anthropic", "Anthropic API", "US", "api", security_measured=_CAISI_US),
     Provider("google", "Google Gemini API", "US", "api", security_measured=_CAISI_US),
-    Provider("llama", "Meta Llama (open weights)", "US", "open_weight", security_measured=_CAISI_US),
+    Provider("llama", "Meta Llama (open weights)", "US", "open_weight",
+             security_measured=_CAISI_US),
     Provider("gemma", "Google Gemma (open weights)", "US", "open_weight",
              security_measured=_CAISI_US),
     Provider("gpt_oss", "OpenAI gpt-oss (open weights)", "US", "open_weight",
@@ -153,7 +154,8 @@ def load_releases(data_dir=None) -> list[Release]:
         else:
             raise DataError(f"{r['_file']}: row {r['_line']}, column 'quality_metric': "
                             f"{r['quality_metric']!r} is neither ECI nor GPQA Diamond")
-    pairs = np.array([(m["gpqa"], m["eci"]) for m in by_model.values() if "gpqa" in m and "eci" in m])
+    pairs = np.array([(m["gpqa"], m["eci"]) for m in by_model.values()
+                      if "gpqa" in m and "eci" in m])
     if len(pairs) < 5:
         raise DataError("model_releases.csv: fewer than 5 models measured on both ECI and GPQA")
     slope, intercept = np.polyfit(pairs[:, 0], pairs[:, 1], 1)
@@ -183,7 +185,8 @@ def load_entries(data_dir=None) -> dict[str, date]:
 
 def load_anchors(data_dir=None) -> list[Release]:
     """Quality anchors read from notes of sourced rows (``quality_anchors.csv``)."""
-    rows = read_rows("quality_anchors.csv", ("provider", "model", "date", "eci", "source"), data_dir)
+    rows = read_rows("quality_anchors.csv", ("provider", "model", "date", "eci", "source"),
+                     data_dir)
     return [Release(r["provider"], r["model"], parse_month(r, "date"),
                     parse_float(r, "eci", lo=50, hi=250, required=True), False, None, 0.0)
             for r in rows]
@@ -346,7 +349,8 @@ def trajectories(measured: MeasuredPaths, n_months: int, start: date, levers,
         years = (t - last) / 12.0
         front = front_last + slope * (t - last)
         gap = gap_last * np.exp(-conv * years)
-        gap[CN] += levers.export_controls * assumptions.export_control_gap * (1 - np.exp(-years / 2))
+        gap[CN] += (levers.export_controls * assumptions.export_control_gap
+                    * (1 - np.exp(-years / 2)))
         q = front - gap
         q[frozen] = q_last[frozen]
         prev = quality[i - 1] if i > 0 else q_last

@@ -128,7 +128,7 @@ class Result:
             "ecosystem": lambda: outcomes.ecosystem(rec, dates, dl),
             "kpis": lambda: outcomes.kpis(rec["usage"], dates, regions, rmat, tab.n),
             "policies": policies,
-            "cutoff": lambda: outcomes.cutoff(rec, dates),
+            "cutoff": lambda: outcomes.cutoff(rec, dates, regions, rmat),
         }
         result = cls(manifest=manifest, builder=builder)
         result.record = rec

@@ -114,6 +114,9 @@ class Assumptions(Strict):
                                  "with tenure (lock-in), capped at 5 years", PRIOR)
     rho: float = param(0.08, 0.005, 1, "per month", "fraction of firms that reconsider their "
                        "provider each month", PRIOR)
+    migration_rate: float = param(0.3, 0.01, 1, "per month", "chance that a firm which lost its "
+                                  "provider (ban, cut-off) finds and sets up another in a month",
+                                  NO_DATA)
     none_base: float = param(-3.0, -20, 20, "utility", "appeal of 'no AI yet' in 2023-01 "
                              "relative to ln-cost utilities", PRIOR)
     none_trend: float = param(0.5, 0, 5, "per year", "yearly fall of the appeal of 'no AI yet'",
