@@ -80,9 +80,10 @@ class DiffusionModel(mesa.Model):
 
     Step order (one step = one month), written once here and kept true to the code:
 
-    1. **Yearly policy step** (January, from ``policy_start_year``, if ``endogenous_policies``):
+    1. **Policy step**. Yearly (January, from ``policy_start_year``, if ``endogenous_policies``):
        every :class:`~sim.countries.Country` decides on restrictions, following allies and
-       sovereign-AI programmes from last month's state; new rules start this month.
+       sovereign-AI programmes from last month's state. Monthly: the scenario's triggers fire
+       for countries whose dependency passed their threshold last month. New rules start now.
     2. **Environment**: provider quality, gap, price and licence for the month (from data until
        2025-12, from the levers after); active bans, cut-offs, shocks, data-localisation laws and
        sovereign-AI subsidies; which providers each (country, sector) may use. Firms whose
@@ -182,6 +183,19 @@ class DiffusionModel(mesa.Model):
                 else:
                     self.policies.add_sovereign(agent.idx, self.t, a.sovereign_subsidy)
 
+    def fire_triggers(self) -> None:
+        """Scenario triggers: policies that start when a country's dependency passes a level."""
+        usage = self.record["usage"][self.t - 1][:, :N_PROVIDERS]
+        tot = usage.sum(axis=1, keepdims=True)
+        share = np.divide(usage, tot, out=np.zeros_like(usage), where=tot > 0)
+        infra = np.stack([share[:, (BLOC_OF == b) & ~IS_OPEN].sum(axis=1)
+                          for b in range(len(BLOCS))], axis=1)
+        model = np.stack([share[:, (BLOC_OF == b) & IS_OPEN].sum(axis=1)
+                          for b in range(len(BLOCS))], axis=1)
+        for act in self.policies.fire_triggers(self.t, infra, model):
+            act.update(date=self.date, origin="trigger")
+            self.actions.append(act)
+
     def terms(self) -> dict:
         """Environment and country-level utility terms of the current month (steps 2-3).
 
@@ -221,6 +235,8 @@ class DiffusionModel(mesa.Model):
         d = self.date
         if (d.month == 1 and lev.endogenous_policies and d.year >= a.policy_start_year):
             self.policy_step()
+        if self.policies.triggers and t > 0:
+            self.fire_triggers()
         terms = self.terms()
         new_cut = terms["cut"] & ~self._prev_cut
         if new_cut.any():

@@ -29,6 +29,7 @@ from sim.scenario import (
     SecurityShock,
     SovereignAI,
     Target,
+    Trigger,
 )
 
 CRITICAL_SECTORS = ("government", "finance", "health")
@@ -54,6 +55,28 @@ class Rule:
     size: float = 0.0
     half_life: float = 1.0
     origin: str = "scenario"
+    label: str = ""
+    ramp: int = 0
+
+    def strength(self, t: int) -> float:
+        """Fraction of full strength at month ``t`` (linear ramp from the start)."""
+        return 1.0 if self.ramp <= 0 else min(1.0, (t - self.start + 1) / self.ramp)
+
+
+@dataclass
+class TriggerRule:
+    """A state-triggered policy, fired at most once per country."""
+
+    start: int
+    end: int
+    countries: np.ndarray
+    sectors: np.ndarray
+    bloc: int  # -1: any foreign bloc
+    dependency: str
+    threshold: float
+    action: str
+    subsidy: float
+    fired: np.ndarray
     label: str = ""
 
 
@@ -82,6 +105,7 @@ class PolicySchedule:
     def __init__(self, scenario: Scenario, countries: CountryTable):
         self.countries = countries
         self.rules: list[Rule] = []
+        self.triggers: list[TriggerRule] = []
         start = scenario.start
         bloc_mask = {b: np.array([p.bloc == b for p in PROVIDERS]) for b in BLOCS}
         api_mask = ~IS_OPEN
@@ -115,29 +139,62 @@ class PolicySchedule:
             elif isinstance(ev, SecurityShock):
                 self.rules.append(Rule("shock", s, e, cm, sm, bloc=BLOCS.index(ev.bloc),
                                        size=ev.size, half_life=ev.half_life_months,
-                                       label=ev.note))
+                                       label=ev.note, ramp=ev.ramp_months))
             elif isinstance(ev, DataLocalisation):
                 self.rules.append(Rule("localisation", s, e, cm, sm, size=ev.strength,
-                                       label=ev.note))
+                                       label=ev.note, ramp=ev.ramp_months))
             elif isinstance(ev, SovereignAI):
                 self.rules.append(Rule("sovereign", s, e, cm, sm, size=ev.subsidy,
-                                       label=ev.note))
+                                       label=ev.note, ramp=ev.ramp_months))
+            elif isinstance(ev, Trigger):
+                if not ev.target.sectors and ev.action == "restrict":
+                    sm = np.array([x in CRITICAL_SECTORS for x in SECTORS])
+                self.triggers.append(TriggerRule(
+                    s, e, cm, sm, BLOCS.index(ev.bloc) if ev.bloc else -1, ev.dependency,
+                    ev.threshold, ev.action, ev.subsidy, np.zeros(countries.n, bool),
+                    ev.note))
 
-    def add_restriction(self, c: int, bloc: int, t: int, origin: str) -> None:
-        """A country's own restriction of a bloc in critical sectors, from month ``t``."""
+    def add_restriction(self, c: int, bloc: int, t: int, origin: str,
+                        sectors: np.ndarray | None = None) -> None:
+        """A country's own restriction of a bloc (default: in critical sectors) from ``t``."""
         cm = np.zeros(self.countries.n, bool)
         cm[c] = True
-        sm = np.array([s in CRITICAL_SECTORS for s in SECTORS])
+        sm = sectors if sectors is not None else \
+            np.array([s in CRITICAL_SECTORS for s in SECTORS])
         pm = np.array([p.bloc == BLOCS[bloc] for p in PROVIDERS])
         self.rules.append(Rule("ban", t, 10**6, cm, sm, pm, origin=origin,
                                label=f"{self.countries.iso3[c]} restricts {BLOCS[bloc]}"))
 
-    def add_sovereign(self, c: int, t: int, subsidy: float) -> None:
+    def add_sovereign(self, c: int, t: int, subsidy: float, origin: str = "endogenous") -> None:
         """A country's own sovereign-AI programme from month ``t``."""
         cm = np.zeros(self.countries.n, bool)
         cm[c] = True
         self.rules.append(Rule("sovereign", t, 10**6, cm, np.ones(len(SECTORS), bool),
-                               size=subsidy, origin="endogenous"))
+                               size=subsidy, origin=origin))
+
+    def fire_triggers(self, t: int, infra: np.ndarray, model: np.ndarray) -> list[dict]:
+        """Fire state-triggered policies from last month's dependency (country, bloc)."""
+        actions = []
+        home = self.countries.home_bloc
+        for tr in self.triggers:
+            if t < tr.start or t >= tr.end:
+                continue
+            dep = {"infra": infra, "model": model, "total": infra + model}[tr.dependency].copy()
+            dep[np.arange(self.countries.n)[home >= 0], home[home >= 0]] = 0.0  # foreign only
+            watched = dep[:, tr.bloc] if tr.bloc >= 0 else dep.max(axis=1)
+            which = dep.argmax(axis=1) if tr.bloc < 0 else np.full(len(dep), tr.bloc)
+            hit = tr.countries & ~tr.fired & (watched > tr.threshold)
+            for c in np.flatnonzero(hit):
+                tr.fired[c] = True
+                if tr.action == "sovereign_ai":
+                    self.add_sovereign(c, t, tr.subsidy, origin="trigger")
+                else:
+                    self.add_restriction(c, int(which[c]), t, "trigger", tr.sectors)
+                actions.append({"country": self.countries.iso3[c], "action": tr.action,
+                                "bloc": BLOCS[int(which[c])],
+                                "reason": f"{tr.dependency} dependency {watched[c]:.2f} > "
+                                          f"{tr.threshold}"})
+        return actions
 
     def month(self, t: int) -> dict:
         """Resolved policy state at month ``t``."""
@@ -155,11 +212,13 @@ class PolicySchedule:
                     r.providers[None, None, :]
                 (blocked if r.kind == "ban" else cut)[m] = True
             elif r.kind == "shock":
-                shock[r.countries, r.bloc] += r.size * 0.5 ** ((t - r.start) / r.half_life)
+                shock[r.countries, r.bloc] += (r.size * r.strength(t)
+                                               * 0.5 ** ((t - r.start) / r.half_life))
             elif r.kind == "localisation":
-                concern[r.countries] += r.size
+                concern[r.countries] += r.size * r.strength(t)
             elif r.kind == "sovereign":
-                subsidy[r.countries] = np.maximum(subsidy[r.countries], r.size)
+                subsidy[r.countries] = np.maximum(subsidy[r.countries],
+                                                  r.size * r.strength(t))
         return {"blocked": blocked, "cut": cut, "shock": shock, "concern": concern,
                 "subsidy": subsidy}
 

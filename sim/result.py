@@ -95,7 +95,8 @@ class Result:
             {"date": dates[max(r.start, 0)],
              "country": ",".join(np.array(tab.iso3)[r.countries][:5]), "action": r.kind,
              "bloc": "", "reason": r.label, "origin": r.origin}
-            for r in model.policies.rules if r.origin != "endogenous" and r.start < len(dates)
+            for r in model.policies.rules
+            if r.origin not in ("endogenous", "trigger") and r.start < len(dates)
         ]
 
         def policies():

@@ -212,15 +212,22 @@ Bloc = Literal["US", "CN", "EU"]
 
 
 class _Event(Strict):
-    start: date
-    end: date | None = None
+    """Common fields: a time window, a target and, for graded events, a ramp."""
+
+    start: date = Field(description="first month the event applies (YYYY-MM-DD)")
+    end: date | None = Field(None, description="first month it no longer applies; none = "
+                             "for good")
+    ramp_months: int = Field(0, ge=0, le=120, description="months to reach full strength "
+                             "(graded events only)")
     target: Target = Field(default_factory=Target)
-    note: str = ""
+    note: str = Field("", max_length=500)
 
     @model_validator(mode="after")
     def _order(self):
         if self.end is not None and self.end <= self.start:
             raise ValueError(f"end {self.end} must be after start {self.start}")
+        if self.ramp_months and self.kind in ("ban", "cutoff"):
+            raise ValueError(f"ramp_months applies to graded events only, not to a {self.kind}")
         return self
 
 
@@ -273,8 +280,27 @@ class SovereignAI(_Event):
     subsidy: float = Field(0.5, ge=0, le=1)
 
 
-Event = Annotated[Ban | SecurityShock | Cutoff | DataLocalisation | SovereignAI,
+class Trigger(_Event):
+    """A state-triggered policy, taken once per country when its dependency passes a level.
+
+    From ``start``, any target country whose AI usage depends on one foreign bloc more than
+    ``threshold`` takes ``action`` (once).
+    ``sovereign_ai`` starts a sovereign-AI programme with ``subsidy``; ``restrict`` bans that
+    bloc's models in the target sectors (default: government, finance, health).
+    """
+
+    kind: Literal["trigger"] = "trigger"
+    bloc: Bloc | None = Field(None, description="the bloc whose dependency is watched; none = "
+                              "any foreign bloc")
+    dependency: Literal["total", "infra", "model"] = "total"
+    threshold: float = Field(0.6, gt=0, lt=1)
+    action: Literal["sovereign_ai", "restrict"] = "sovereign_ai"
+    subsidy: float = Field(0.5, ge=0, le=1)
+
+
+Event = Annotated[Ban | SecurityShock | Cutoff | DataLocalisation | SovereignAI | Trigger,
                   Field(discriminator="kind")]
+EVENT_KINDS = (Ban, SecurityShock, Cutoff, DataLocalisation, SovereignAI, Trigger)
 
 
 def calibrated_defaults(path: Path = CALIBRATION_FILE) -> dict[str, float]:
@@ -364,8 +390,7 @@ def _parent_fields(loc: tuple) -> list[str]:
         field = model.model_fields.get(part)
         if field is None:
             # a discriminated event kind: take the class named by the tag
-            kinds = {c.model_fields["kind"].default: c
-                     for c in (Ban, SecurityShock, Cutoff, DataLocalisation, SovereignAI)}
+            kinds = {c.model_fields["kind"].default: c for c in EVENT_KINDS}
             model = kinds.get(part)
             continue
         ann = field.annotation
