@@ -45,31 +45,48 @@ def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(a, b, out=np.zeros(np.broadcast_shapes(a.shape, b.shape)), where=b > 0)
 
 
+def _labels(labels, index: np.ndarray) -> pl.Series:
+    """A string column from a few labels and a long index (gathered in polars, not numpy)."""
+    return pl.Series(list(labels), dtype=pl.String).gather(pl.Series(index, dtype=pl.UInt32))
+
+
+def _dates(dates, index: np.ndarray) -> pl.Series:
+    return pl.Series(np.array(dates, dtype="datetime64[D]"), dtype=pl.Date).gather(
+        pl.Series(index, dtype=pl.UInt32))
+
+
 def _long(dates: list[date], regions: list[str], cols: tuple[str, ...], values: np.ndarray,
           name: str, col_name: str) -> pl.DataFrame:
     n_t, n_r, n_k = values.shape
+    n = n_t * n_r * n_k
+    i = np.arange(n, dtype=np.uint32)
     return pl.DataFrame({
-        "date": pl.Series(np.repeat(np.array(dates, dtype="datetime64[D]"), n_r * n_k),
-                          dtype=pl.Date),
-        "region": np.tile(np.repeat(np.array(regions), n_k), n_t),
-        col_name: np.tile(np.array(cols), n_t * n_r),
+        "date": _dates(dates, i // (n_r * n_k)),
+        "region": _labels(regions, (i // n_k) % n_r),
+        col_name: _labels(cols, i % n_k),
         name: values.reshape(-1),
     })
 
 
+def by_region(rmat: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """(T, C, K) country values summed into (T, R, K) regions."""
+    return np.matmul(rmat, values)
+
+
 def adoption(usage: np.ndarray, dates, regions, rmat) -> pl.DataFrame:
     """Share of activity per (date, region, provider), with bloc and access columns."""
-    reg = np.einsum("rc,tcp->trp", rmat, usage)
+    reg = by_region(rmat, usage)
     share = _safe_div(reg, reg.sum(axis=2, keepdims=True))
+    n_t, n_r, n_k = share.shape
+    k = np.arange(n_t * n_r * n_k, dtype=np.uint32) % n_k
     df = _long(dates, regions, PROVIDER_COLS, share, "share", "provider")
-    lookup = pl.DataFrame({"provider": PROVIDER_COLS, "bloc": BLOC_COLS, "access": ACCESS_COLS})
-    return df.join(lookup, on="provider", how="left", maintain_order="left").select(
+    return df.with_columns(bloc=_labels(BLOC_COLS, k), access=_labels(ACCESS_COLS, k)).select(
         "date", "region", "provider", "bloc", "access", "share")
 
 
 def dependency(usage: np.ndarray, dates, regions, rmat) -> pl.DataFrame:
     """Infrastructure (APIs) and model (open weights) dependency per bloc, of AI usage."""
-    reg = np.einsum("rc,tcp->trp", rmat, usage[:, :, :N_PROVIDERS])
+    reg = by_region(rmat, usage[:, :, :N_PROVIDERS])
     tot = reg.sum(axis=2, keepdims=True)
     infra = np.stack([reg[:, :, (BLOC_OF == b) & ~IS_OPEN].sum(axis=2)
                       for b in range(len(BLOCS))], axis=2)
@@ -143,7 +160,7 @@ def ecosystem(rec: dict, dates, dl_weight: float) -> pl.DataFrame:
 
 def kpis(usage: np.ndarray, dates, regions, rmat, n_countries: int) -> pl.DataFrame:
     """Adoption, provider concentration (HHI) per region; countries where each bloc leads."""
-    reg = np.einsum("rc,tcp->trp", rmat, usage)
+    reg = by_region(rmat, usage)
     tot = reg.sum(axis=2)
     ai = reg[:, :, :N_PROVIDERS]
     ai_share = _safe_div(ai, ai.sum(axis=2, keepdims=True))
@@ -154,8 +171,9 @@ def kpis(usage: np.ndarray, dates, regions, rmat, n_countries: int) -> pl.DataFr
     frames = []
     for metric, vals in (("ai_adoption", adoption_), ("hhi_providers", hhi)):
         frames.append(pl.DataFrame({
-            "date": pl.Series(np.repeat(d, len(regions)), dtype=pl.Date),
-            "region": np.tile(np.array(regions), n_t), "metric": metric,
+            "date": _dates(dates, np.arange(n_t * len(regions)) // len(regions)),
+            "region": _labels(regions, np.arange(n_t * len(regions)) % len(regions)),
+            "metric": metric,
             "value": vals.reshape(-1)}))
     cu = usage[:, :n_countries, :N_PROVIDERS]
     bloc_use = np.stack([cu[:, :, BLOC_OF == b].sum(axis=2) for b in range(len(BLOCS))], axis=2)
@@ -177,15 +195,14 @@ def cutoff(rec: dict, dates, regions, rmat) -> pl.DataFrame:
     ``disrupted_share`` (that weight over the region's AI usage the month before the first
     cut-off), ``served_share`` (the part of it using some AI provider again).
     """
-    dis = np.einsum("rc,tck->trk", rmat, rec["disrupted"])
-    use = np.einsum("rc,tc->tr", rmat, rec["usage"][:, :, :N_PROVIDERS].sum(axis=2))
+    dis = by_region(rmat, rec["disrupted"])
+    use = by_region(rmat, rec["usage"][:, :, :N_PROVIDERS].sum(axis=2)[:, :, None])[:, :, 0]
     hit = np.flatnonzero(dis[:, :, 1].sum(axis=1) > 0)
     base = use[max(hit[0] - 1, 0)] if hit.size else np.zeros(len(regions))
     n_t, n_r = len(dates), len(regions)
     return pl.DataFrame({
-        "date": pl.Series(np.repeat(np.array(dates, dtype="datetime64[D]"), n_r),
-                          dtype=pl.Date),
-        "region": np.tile(np.array(regions), n_t),
+        "date": _dates(dates, np.arange(n_t * n_r) // n_r),
+        "region": _labels(regions, np.arange(n_t * n_r) % n_r),
         "disrupted_weight": dis[:, :, 1].reshape(-1),
         "disrupted_share": _safe_div(dis[:, :, 1], base[None, :]).reshape(-1),
         "served_share": _safe_div(dis[:, :, 0], dis[:, :, 1]).reshape(-1),

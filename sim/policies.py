@@ -106,6 +106,8 @@ class PolicySchedule:
         self.countries = countries
         self.rules: list[Rule] = []
         self.triggers: list[TriggerRule] = []
+        self._mask_key: tuple | None = None
+        self._masks: tuple[np.ndarray, np.ndarray] = (np.empty(0), np.empty(0))
         start = scenario.start
         bloc_mask = {b: np.array([p.bloc == b for p in PROVIDERS]) for b in BLOCS}
         api_mask = ~IS_OPEN
@@ -197,21 +199,30 @@ class PolicySchedule:
         return actions
 
     def month(self, t: int) -> dict:
-        """Resolved policy state at month ``t``."""
+        """Resolved policy state at month ``t``.
+
+        The ban and cut-off masks are rebuilt only when the set of active rules changes, so a
+        month with nothing new costs little.
+        """
         n_c = self.countries.n
-        blocked = np.zeros((n_c, len(SECTORS), N_PROVIDERS), dtype=bool)
-        cut = np.zeros_like(blocked)
-        shock = np.zeros((n_c, len(BLOCS)))
-        concern = np.zeros(n_c)
-        subsidy = np.zeros(n_c)
-        for r in self.rules:
-            if t < r.start or t >= r.end:
-                continue
-            if r.kind in ("ban", "cutoff"):
+        active = [i for i, r in enumerate(self.rules) if r.start <= t < r.end]
+        key = tuple(i for i in active if self.rules[i].kind in ("ban", "cutoff"))
+        if key != self._mask_key:
+            blocked = np.zeros((n_c, len(SECTORS), N_PROVIDERS), dtype=bool)
+            cut = np.zeros_like(blocked)
+            for i in key:
+                r = self.rules[i]
                 m = r.countries[:, None, None] & r.sectors[None, :, None] & \
                     r.providers[None, None, :]
                 (blocked if r.kind == "ban" else cut)[m] = True
-            elif r.kind == "shock":
+            self._mask_key, self._masks = key, (blocked, cut)
+        blocked, cut = self._masks
+        shock = np.zeros((n_c, len(BLOCS)))
+        concern = np.zeros(n_c)
+        subsidy = np.zeros(n_c)
+        for i in active:
+            r = self.rules[i]
+            if r.kind == "shock":
                 shock[r.countries, r.bloc] += (r.size * r.strength(t)
                                                * 0.5 ** ((t - r.start) / r.half_life))
             elif r.kind == "localisation":
