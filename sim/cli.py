@@ -69,9 +69,10 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_schema(args) -> int:
-    from sim.scenario import Scenario
+    from sim.scenario import Scenario, parameter_table
 
-    text = json.dumps(Scenario.model_json_schema(), indent=2)
+    text = parameter_table() if args.markdown else json.dumps(Scenario.model_json_schema(),
+                                                                  indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")
     else:
@@ -216,6 +217,8 @@ def register(sub) -> None:
     p.set_defaults(func=_cmd_stress)
     p = sub.add_parser("schema", help="print the scenario JSON schema")
     p.add_argument("--out", help="write to this file instead of stdout")
+    p.add_argument("--markdown", action="store_true",
+                   help="print the parameter table (as in docs/ODD.md) instead")
     p.set_defaults(func=_cmd_schema)
 
 

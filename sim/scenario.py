@@ -446,3 +446,28 @@ def parse_yaml(text: bytes | str, source: str = "scenario") -> Scenario:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ScenarioError(f"{source}: malformed YAML{where}: {problem}") from None
     return parse_scenario(data, source)
+
+
+def parameter_table() -> str:
+    """Markdown table of every lever and assumption: name, default, range, unit, meaning, source.
+
+    Built from the same declarations as validation, the JSON schema and the app's sliders; the
+    ODD document embeds it (a test keeps the two equal). Defaults of the assumptions are the
+    calibrated values from ``calibration/parameters.json`` when that file exists.
+    """
+    lines = ["| parameter | default | range | unit | meaning | source |",
+             "|---|---|---|---|---|---|"]
+    resolved = Scenario()  # assumptions carry the calibrated defaults when they exist
+    for section, model in (("levers", Levers), ("assumptions", Assumptions)):
+        defaults = getattr(resolved, section)
+        for name, field in model.model_fields.items():
+            lo = hi = None
+            for m in field.metadata:
+                lo = getattr(m, "ge", lo)
+                hi = getattr(m, "le", hi)
+            extra = field.json_schema_extra or {}
+            rng = f"{lo} to {hi}" if lo is not None or hi is not None else "-"
+            value = getattr(defaults, name)
+            lines.append(f"| `{section}.{name}` | {value} | {rng} | {extra.get('unit', '')} | "
+                         f"{field.description} | {extra.get('source', '')} |")
+    return "\n".join(lines)
