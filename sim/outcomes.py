@@ -20,7 +20,8 @@ PROVIDER_COLS = (*PROVIDER_IDS, "none")
 BLOC_COLS = tuple(p.bloc for p in PROVIDERS) + ("NONE",)
 ACCESS_COLS = tuple(p.access for p in PROVIDERS) + ("none",)
 SHARE_METRICS = ("hf_new_derivatives_share", "hf_downloads_share", "api_token_share",
-                 "api_token_share_open_closed")
+                 "api_token_share_open_closed", "hf_downloads_share_family",
+                 "api_token_share_family")
 
 
 def month_dates(start: date, n: int) -> list[date]:
@@ -122,6 +123,10 @@ def observables(rec: dict, dates, dl_weight: float) -> pl.DataFrame:
         "api_token_share": (BLOCS, _bloc_shares(hosted, np.ones(N_PROVIDERS, bool))),
         "api_token_share_open_closed": (("closed", "open"),
                                         _safe_div(access, access.sum(axis=1, keepdims=True))),
+        "hf_downloads_share_family": (tuple(np.array(PROVIDER_IDS)[IS_OPEN]),
+                                      downloads[:, IS_OPEN]),
+        "api_token_share_family": (PROVIDER_IDS,
+                                   _safe_div(hosted, hosted.sum(axis=1, keepdims=True))),
     }
     frames = []
     n_t = len(dates)

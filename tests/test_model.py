@@ -35,7 +35,9 @@ def test_adoption_frame_follows_the_contract(baseline_result):
 def test_observable_shares_sum_to_one_per_date(baseline_result):
     obs = baseline_result.observables
     assert obs.columns == ["date", "metric", "group", "value"]
-    for metric in ("hf_new_derivatives_share", "hf_downloads_share", "api_token_share"):
+    from sim.outcomes import SHARE_METRICS
+
+    for metric in SHARE_METRICS:
         sums = obs.filter(pl.col("metric") == metric).group_by("date").agg(pl.col("value").sum())
         late = sums.filter(pl.col("date") >= pl.date(2024, 1, 1))
         assert np.allclose(late["value"].to_numpy(), 1.0), f"{metric} sums to 1 once it exists"
