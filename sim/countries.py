@@ -198,7 +198,7 @@ class Country(mesa.Agent):
        ``sovereign_threshold``, with probability ``sovereign_prob`` x AI readiness.
 
     Decisions read last year's state of every country (synchronous update), so the order in
-    which countries act does not matter; each country draws from its own random stream.
+    which countries act does not matter; each country has its own row of the year's draws.
     """
 
     def __init__(self, model, idx: int):
@@ -208,12 +208,16 @@ class Country(mesa.Agent):
         self.restricted = np.zeros(len(BLOCS), dtype=bool)  # endogenous restrictions
         self.sovereign = False
 
-    def policy_step(self, year: int, snapshot: dict) -> list[dict]:
-        """Decide this year's policies from last year's ``snapshot``; return the actions."""
+    N_DRAWS = 3 + 2 * len(BLOCS)  # uniforms a country uses each year, whatever it decides
+
+    def policy_step(self, snapshot: dict, u: np.ndarray) -> list[dict]:
+        """Decide this year's policies from last year's ``snapshot`` and this country's draws.
+
+        ``u`` is this country's row of the year's uniforms (:data:`N_DRAWS` values): its draws
+        do not depend on what any other country decides (common random numbers).
+        """
         m = self.model
         a = m.spec.assumptions
-        rng = m.streams.country(year, self.idx)
-        u = rng.random(3 + 2 * len(BLOCS))
         c = self.idx
         tab = m.countries
         actions = []

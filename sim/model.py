@@ -49,8 +49,8 @@ class Streams:
 
     Each decision family has its own stream keyed by what it is about, so a policy that changes
     one country's or one month's draws leaves every other draw as it was:
-    ``(0,)`` firm population, ``(1, month)`` firm reconsideration and choice,
-    ``(2, year, country)`` a country's yearly policy decision.
+    ``(0,)`` firm population, ``(1, month)`` firm reconsideration and choice (element i is firm
+    i's), ``(2, year)`` countries' yearly policy decisions (row c is country c's).
     """
 
     def __init__(self, seed: int):
@@ -70,9 +70,9 @@ class Streams:
         """Stream for firms' draws in a month."""
         return self._gen(1, month)
 
-    def country(self, year: int, idx: int) -> np.random.Generator:
-        """Stream for a country's policy decision in a year."""
-        return self._gen(2, year, idx)
+    def countries(self, year: int) -> np.random.Generator:
+        """Stream for countries' policy decisions in a year (one row of draws per country)."""
+        return self._gen(2, year)
 
 
 class DiffusionModel(mesa.Model):
@@ -173,8 +173,10 @@ class DiffusionModel(mesa.Model):
         """Countries' yearly decisions (step 1)."""
         snap = self._snapshot()
         a = self.spec.assumptions
+        draws = self.streams.countries(self.date.year).random(
+            (len(self.country_agents), Country.N_DRAWS))
         for agent in self.country_agents:
-            for act in agent.policy_step(self.date.year, snap):
+            for act in agent.policy_step(snap, draws[agent.idx]):
                 act.update(date=self.date, country=agent.iso3, origin="endogenous")
                 self.actions.append(act)
                 if act["action"] in ("restrict", "follow_ally"):
