@@ -35,6 +35,7 @@ lint: setup
 
 bench: setup
 	$(PY) benchmarks/bench_model.py
+	$(PY) benchmarks/bench_sweep.py
 
 # Refresh the lock after changing pyproject.toml (needs the package registries).
 lock:
