@@ -16,7 +16,7 @@ from pathlib import Path
 from sim.inputs import DataError
 from sim.scenario import Levers, ScenarioError, load_scenario
 
-COMMAND_MODULES: tuple[str, ...] = ("sim.cli", "sim.sweep", "sim.analysis")
+COMMAND_MODULES: tuple[str, ...] = ("sim.cli", "sim.sweep", "sim.analysis", "sim.calibration")
 
 
 class UsageError(ValueError):

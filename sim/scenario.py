@@ -55,7 +55,7 @@ class Strict(BaseModel):
 
 
 NO_DATA = "assumption: no figure in the data; range wide on purpose"
-PRIOR = "prior midpoint; replaced by calibration/parameters.json when present"
+PRIOR = "prior guess; the calibration replaces it when it fits this parameter"
 
 
 class Levers(Strict):
@@ -458,6 +458,11 @@ def parameter_table() -> str:
     lines = ["| parameter | default | range | unit | meaning | source |",
              "|---|---|---|---|---|---|"]
     resolved = Scenario()  # assumptions carry the calibrated defaults when they exist
+    calibrated = calibrated_defaults()
+    intervals, fixed = {}, {}
+    if CALIBRATION_FILE.is_file():
+        info = json.loads(CALIBRATION_FILE.read_text())
+        intervals, fixed = info.get("intervals_90", {}), info.get("fixed", {})
     for section, model in (("levers", Levers), ("assumptions", Assumptions)):
         defaults = getattr(resolved, section)
         for name, field in model.model_fields.items():
@@ -468,6 +473,14 @@ def parameter_table() -> str:
             extra = field.json_schema_extra or {}
             rng = f"{lo} to {hi}" if lo is not None or hi is not None else "-"
             value = getattr(defaults, name)
+            source = extra.get("source", "")
+            if section == "assumptions" and name in calibrated:
+                lo90, _, hi90 = intervals.get(name, (None, None, None))
+                band = f", 90% interval {lo90:.3g} to {hi90:.3g}" if lo90 is not None else ""
+                source = f"calibrated: posterior median (calibration/parameters.json{band})"
+                value = f"{value:.4g}"
+            elif section == "assumptions" and name in fixed:
+                source = f"{source}; not fitted: {fixed[name].get('why', '')}"
             lines.append(f"| `{section}.{name}` | {value} | {rng} | {extra.get('unit', '')} | "
-                         f"{field.description} | {extra.get('source', '')} |")
+                         f"{field.description} | {source} |")
     return "\n".join(lines)

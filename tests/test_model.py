@@ -48,8 +48,13 @@ def test_dependency_is_a_share_of_ai_usage(baseline_result):
     assert dep.columns == ["date", "region", "bloc", "infra_dependency", "model_dependency"]
     total = dep.group_by("date", "region").agg(
         (pl.col("infra_dependency") + pl.col("model_dependency")).sum().alias("t"))
-    t = total.filter(pl.col("date") >= pl.date(2024, 1, 1))["t"].to_numpy()
-    assert np.allclose(t, 1.0), "infra + model dependency over blocs covers all AI usage"
+    adoption = baseline_result.kpis.filter(pl.col("metric") == "ai_adoption")
+    both = total.join(adoption, on=["date", "region"])
+    using = both.filter(pl.col("value") > 0)["t"].to_numpy()
+    idle = both.filter(pl.col("value") == 0)["t"].to_numpy()
+    assert using.size > 0 and np.allclose(using, 1.0), \
+        "where firms use AI, infra + model dependency over blocs covers all of it"
+    assert np.all(idle == 0), "where no firm uses AI yet, there is no dependency"
 
 
 def test_no_provider_is_used_before_its_release(baseline_result):
