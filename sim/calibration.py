@@ -104,7 +104,8 @@ FITTED: tuple[FitParam, ...] = (
     FitParam("none_trend", 0.0, 5.0, False, "growth of adoption, 2025-06 to 2025-12"),
     FitParam("b_cost", 0.0, 3.0, False, "income gradient of adoption (North/South ratio) and "
              "cheap open weights vs dear APIs (open shares)"),
-    FitParam("b_perf", 0.0, 5.0, False, "frontier gap: DeepSeek's rise after R1, Qwen vs Llama"),
+    FitParam("b_perf", 0.0, 10.0, False, "frontier gap: DeepSeek's rise after R1, Qwen vs "
+             "Llama"),
     FitParam("b_trust", 0.0, 10.0, False, "alignment and security: Chinese share outside "
              "China vs DeepSeek's share in China, Belarus, Cuba, Russia"),
     FitParam("b_peer", 0.0, 10.0, False, "concentration within countries (DeepSeek 89 % in "
@@ -119,6 +120,9 @@ FITTED: tuple[FitParam, ...] = (
              "early Chinese share of new derivatives (several Chinese families from 2023)"),
     FitParam("eco_quality", 0.0, 5.0, False, "quality penalty on derivatives: Qwen 1 % of new "
              "derivatives in 2024-01, Chinese share 63 % in 2025-09"),
+    FitParam("unmeasured_gap", 0.0, 15.0, False, "quality of providers before their first "
+             "measured release (ChatGLM, Qwen-7B, DeepSeek Coder in 2023): early Chinese "
+             "shares of downloads and derivatives (2023-11, 2024-01)"),
     FitParam("downloads_deriv_weight", 0.0, 1.0, False, "download shares vs derivative shares "
              "(ATOM, Longpre): the only parameter of the downloads observable"),
 )

@@ -21,7 +21,8 @@ BLOC_COLS = tuple(p.bloc for p in PROVIDERS) + ("NONE",)
 ACCESS_COLS = tuple(p.access for p in PROVIDERS) + ("none",)
 SHARE_METRICS = ("hf_new_derivatives_share", "hf_downloads_share", "api_token_share",
                  "api_token_share_open_closed", "hf_downloads_share_family",
-                 "api_token_share_family")
+                 "api_token_share_family", "api_token_share_xcn",
+                 "api_token_share_open_closed_xcn", "api_token_share_family_xcn")
 
 
 def month_dates(start: date, n: int) -> list[date]:
@@ -106,8 +107,13 @@ def _bloc_shares(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return _safe_div(by, by.sum(axis=1, keepdims=True))
 
 
-def observables(rec: dict, dates, dl_weight: float) -> pl.DataFrame:
-    """Hugging Face-like observables, by bloc; each metric's values sum to 1 per date."""
+def observables(rec: dict, dates, dl_weight: float, china: int | None = None) -> pl.DataFrame:
+    """Hugging Face-like observables, by bloc; each metric's values sum to 1 per date.
+
+    ``api_token_share*`` count usage served through APIs and hosted open weights (self-hosted
+    use excluded); the ``_xcn`` variants leave out firms in China (country index ``china``),
+    the closer counterpart of a platform such as OpenRouter that serves mostly outside China.
+    """
     new = rec["new_derivatives"]
     stock = rec["eco_stock"]
     builders = rec["builders"]
@@ -117,6 +123,13 @@ def observables(rec: dict, dates, dl_weight: float) -> pl.DataFrame:
     s_share = _safe_div(stock * IS_OPEN, (stock * IS_OPEN).sum(axis=1, keepdims=True))
     downloads = (1 - dl_weight) * b_share + dl_weight * s_share
     access = np.stack([hosted[:, ~IS_OPEN].sum(axis=1), hosted[:, IS_OPEN].sum(axis=1)], axis=1)
+    keep = np.ones(rec["usage"].shape[1], bool)
+    if china is not None:
+        keep[china] = False
+    hosted_x = (rec["usage"][:, keep, :N_PROVIDERS].sum(axis=1)
+                - rec["selfhost"][:, keep].sum(axis=1))
+    access_x = np.stack([hosted_x[:, ~IS_OPEN].sum(axis=1), hosted_x[:, IS_OPEN].sum(axis=1)],
+                        axis=1)
     metrics = {
         "hf_new_derivatives_share": (BLOCS, _bloc_shares(new, IS_OPEN)),
         "hf_downloads_share": (BLOCS, _bloc_shares(downloads, IS_OPEN)),
@@ -127,6 +140,11 @@ def observables(rec: dict, dates, dl_weight: float) -> pl.DataFrame:
                                       downloads[:, IS_OPEN]),
         "api_token_share_family": (PROVIDER_IDS,
                                    _safe_div(hosted, hosted.sum(axis=1, keepdims=True))),
+        "api_token_share_xcn": (BLOCS, _bloc_shares(hosted_x, np.ones(N_PROVIDERS, bool))),
+        "api_token_share_open_closed_xcn": (("closed", "open"), _safe_div(
+            access_x, access_x.sum(axis=1, keepdims=True))),
+        "api_token_share_family_xcn": (PROVIDER_IDS, _safe_div(
+            hosted_x, hosted_x.sum(axis=1, keepdims=True))),
     }
     frames = []
     n_t = len(dates)

@@ -8,7 +8,8 @@ numbers come from ``calibration/data/``:
   the releases measured on both (r = 0.975 on 25 models). A provider's quality at a month is the
   best ECI it has released so far. Between its market entry (``market_entries.csv``) and its
   first measured release, quality is back-cast along the measured frontier's average slope,
-  capped by the weakest measured provider of that month.
+  capped by the weakest measured provider of that month, less the ``unmeasured_gap``
+  assumption (an unmeasured model is assumed no better than any measured one).
 * price: list price per million tokens, blended 3:1 input:output, running median over the
   provider's priced releases; a provider with no priced release takes the median of its
   (bloc, access) group, or of its access mode.
@@ -118,7 +119,7 @@ class Release:
     eci: float
     eci_imputed: bool
     price: float | None  # blended USD per million tokens
-    openness: float
+    openness: float | None  # licence openness score; None for a quality anchor (no licence)
 
 
 def load_releases(data_dir=None) -> list[Release]:
@@ -188,7 +189,7 @@ def load_anchors(data_dir=None) -> list[Release]:
     rows = read_rows("quality_anchors.csv", ("provider", "model", "date", "eci", "source"),
                      data_dir)
     return [Release(r["provider"], r["model"], parse_month(r, "date"),
-                    parse_float(r, "eci", lo=50, hi=250, required=True), False, None, 0.0)
+                    parse_float(r, "eci", lo=50, hi=250, required=True), False, None, None)
             for r in rows]
 
 
@@ -202,6 +203,7 @@ class MeasuredPaths:
     entry: np.ndarray  # (P,) month index of market entry (may be negative: before 2023-01)
     frontier_slope: float  # ECI points per month, least squares over the measured frontier
     releases: tuple[Release, ...]
+    backcast: np.ndarray  # (T_data, P) bool: quality back-cast, not measured
 
 
 def measured_paths(data_dir=None) -> MeasuredPaths:
@@ -259,8 +261,10 @@ def measured_paths(data_dir=None) -> MeasuredPaths:
             if pr:
                 price[t, k] = float(np.median(pr))
             if p.access == "open_weight":
-                lic = [r for r in got if r.eci > 0] or rs[:1]
-                openness[t, k] = lic[-1].openness
+                lic = [r for r in got if r.openness is not None]
+                # before its first licensed release: the most restrictive licence it ever used
+                openness[t, k] = lic[-1].openness if lic else \
+                    min(r.openness for r in rs if r.openness is not None)
     # a back-cast quality is capped by the weakest measured provider of the month: an unmeasured
     # model is assumed no better than any measured model then on the market
     for t in range(n_t):
@@ -292,7 +296,8 @@ def measured_paths(data_dir=None) -> MeasuredPaths:
             col = price[:, k]
             first_valid = col[~np.isnan(col)][0]
             price[:, k] = np.where(np.isnan(col), first_valid, col)
-    return MeasuredPaths(quality, price, openness, entry, slope, tuple(releases))
+    return MeasuredPaths(quality, price, openness, entry, slope, tuple(releases),
+                         ~np.isnan(backcast))
 
 
 @dataclass(frozen=True)
@@ -342,7 +347,8 @@ def trajectories(measured: MeasuredPaths, n_months: int, start: date, levers,
     for i in range(n_months):
         t = i + offset
         if t <= last:
-            quality[i] = measured.quality[max(t, 0)] if t >= 0 else measured.quality[0]
+            tt = max(t, 0)
+            quality[i] = measured.quality[tt] - assumptions.unmeasured_gap * measured.backcast[tt]
             price[i] = measured.price[max(t, 0)]
             openness[i] = measured.openness[max(t, 0)]
             continue

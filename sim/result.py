@@ -124,7 +124,8 @@ class Result:
         }
         builder = {
             "adoption": lambda: outcomes.adoption(rec["usage"], dates, regions, rmat),
-            "observables": lambda: outcomes.observables(rec, dates, dl),
+            "observables": lambda: outcomes.observables(
+                rec, dates, dl, tab.iso3.index("CHN") if "CHN" in tab.iso3 else None),
             "dependency": lambda: outcomes.dependency(rec["usage"], dates, regions, rmat),
             "ecosystem": lambda: outcomes.ecosystem(rec, dates, dl),
             "kpis": lambda: outcomes.kpis(rec["usage"], dates, regions, rmat, tab.n),

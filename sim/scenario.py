@@ -98,7 +98,7 @@ class Assumptions(Strict):
     """What nobody controls: behaviour, ecosystem dynamics and structural uncertainties."""
 
     b_cost: float = param(0.6, 0, 3, "per log-unit", "weight of ln(cost / income)", PRIOR)
-    b_perf: float = param(1.0, 0, 5, "per 10 ECI points", "weight of the gap to the frontier",
+    b_perf: float = param(1.0, 0, 10, "per 10 ECI points", "weight of the gap to the frontier",
                           PRIOR)
     b_trust: float = param(2.0, 0, 10, "per trust unit", "weight of trust (alignment, data, "
                            "security, shocks)", PRIOR)
@@ -146,6 +146,9 @@ class Assumptions(Strict):
                                       "controls open for Chinese providers within a few years",
                                       NO_DATA + "; ~7 ECI = the average open-closed gap "
                                       "(Epoch AI)")
+    unmeasured_gap: float = param(3.0, 0, 20, "ECI points", "how far below the weakest measured "
+                                  "provider of the month a provider sits before its first "
+                                  "measured release (back-cast quality)", PRIOR)
     frontier_growth: float = param(1.0, 0, 3, "multiplier", "frontier growth after 2025 "
                                    "relative to its measured 2023-2025 slope", "1 = measured")
     restrict_threshold: float = param(0.55, 0, 1, "risk", "perceived risk of a foreign bloc "

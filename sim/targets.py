@@ -233,6 +233,11 @@ class Quantity:
             return np.max(np.stack([out.eco((col, p)) for p in OPEN_IDS if p != prov]), axis=0)
         if self.source == "kpis":
             return out.kpi(self.key)
+        if self.source == "token_share":
+            fam = "api_token_share_family_xcn"
+            num = sum(out.obs((fam, p)) for p in self.num)
+            den = sum(out.obs((fam, p)) for p in self.den)
+            return _div(num, den)
         if self.source == "usage_share":
             u = out.usage(self.region)
             idx = {p: i for i, p in enumerate(PROVIDER_IDS)}
@@ -245,6 +250,9 @@ class Quantity:
         """Where the value comes from, in words."""
         if self.source == "usage_share":
             return (f"Result.adoption {self.region}: share of {'+'.join(self.num)} in "
+                    f"{_den_name(self.den)}")
+        if self.source == "token_share":
+            return (f"Result.observables api_token_share_family_xcn: {'+'.join(self.num)} in "
                     f"{_den_name(self.den)}")
         if self.source == "observables_sum":
             return f"Result.observables {self.key[0]} {'+'.join(self.key[1:])}"
@@ -282,6 +290,11 @@ def eco(column: str, provider: str) -> Quantity:
 def kpi(metric: str, region: str) -> Quantity:
     """``Result.kpis`` metric and region."""
     return Quantity("kpis", (metric, region))
+
+
+def token_share(num: Sequence[str], den: Sequence[str]) -> Quantity:
+    """Hosted-usage share of providers ``num`` among ``den`` outside China (OpenRouter-like)."""
+    return Quantity("token_share", num=tuple(num), den=tuple(den))
 
 
 def usage_share(num: Sequence[str], den: Sequence[str], region: str) -> Quantity:
@@ -580,13 +593,12 @@ _OR_TOK = "cumulative_tokens_study_period_openrouter"
 
 # usage outside China is the counterpart of OpenRouter, a Western-facing router (83 % of its
 # tokens are English prompts, 5 % Simplified Chinese: api_token_share.csv)
-_EXCN = "WLD_EX_CHN"
-_OR_WHY = ("OpenRouter routes hosted inference for developers mostly outside China, so the "
-           "counterpart is AI usage in the world less China, from Result.adoption. "
-           "Result.observables api_token_share would count Chinese firms' domestic use of "
-           "Chinese APIs (about a sixth of world activity), which OpenRouter barely sees. ")
+_OR_WHY = ("OpenRouter routes hosted inference (APIs and hosted open weights) for developers "
+           "mostly outside China, so the counterpart is hosted usage outside China: "
+           "Result.observables api_token_share_family_xcn (self-hosted use and Chinese firms, "
+           "whose domestic API use OpenRouter barely sees, left out). ")
 _OR_MIS = ("OpenRouter is self-selected (Chinese open models said to be over-represented); "
-           "tokens are not activity-weighted firm usage; the model's usage includes self-hosting")
+           "tokens are not activity-weighted firm usage")
 
 SPECS: tuple[Spec, ...] = (
     # --- Hugging Face derivatives -------------------------------------------------------
@@ -682,25 +694,25 @@ SPECS: tuple[Spec, ...] = (
          why="Qwen's download share at least that of every other family at 2025-09."),
     # --- OpenRouter tokens --------------------------------------------------------------
     Spec("or_cn_open_2024_11", (RowRef(_API, "2024-11", _OR, "Chinese open-source models"),),
-         (usage_share(CN_OPEN_MODEL_IDS, AI_IDS, _EXCN),), ("2024-10", "2024-12"), "point",
+         (token_share(CN_OPEN_MODEL_IDS, AI_IDS),), ("2024-10", "2024-12"), "point",
          why=_OR_WHY + "Chinese open models = Qwen, DeepSeek, other Chinese open weights and "
              "DeepSeek's API; 'late 2024' is the mean of 2024-10..12.",
          mismatch=0.5, mismatch_why=_OR_MIS),
     Spec("or_cn_open_2025_mean", (RowRef(_API, "2025", _OR_AVG, "Chinese open-source models"),),
-         (usage_share(CN_OPEN_MODEL_IDS, AI_IDS, _EXCN),), ("2025-01", "2025-12"), "point",
+         (token_share(CN_OPEN_MODEL_IDS, AI_IDS),), ("2025-01", "2025-12"), "point",
          why=_OR_WHY + "Annual average = mean of 2025's months.",
          mismatch=0.5, mismatch_why=_OR_MIS),
     Spec("or_row_open_2025_mean",
          (RowRef(_API, "2025", _OR_AVG, "Rest-of-world open-source models"),),
-         (usage_share(tuple(p for p in OPEN_MODEL_IDS if p not in CN_OPEN_MODEL_IDS), AI_IDS,
-                      _EXCN),), ("2025-01", "2025-12"), "point",
+         (token_share(tuple(p for p in OPEN_MODEL_IDS if p not in CN_OPEN_MODEL_IDS),
+                      AI_IDS),), ("2025-01", "2025-12"), "point",
          why=_OR_WHY + "Open models from the rest of the world = Llama, Gemma, gpt-oss, "
              "Mistral open weights.",
          mismatch=0.5, mismatch_why=_OR_MIS),
     Spec("or_cn_open_2025_peak_ub",
          (RowRef(_API, "2025", "peak_share_of_weekly_tokens_openrouter",
                  "Chinese open-source models"),),
-         (usage_share(CN_OPEN_MODEL_IDS, AI_IDS, _EXCN),), ("2025-01", "2025-12"), "upper",
+         (token_share(CN_OPEN_MODEL_IDS, AI_IDS),), ("2025-01", "2025-12"), "upper",
          reduce="max", approx=True,
          why=_OR_WHY + "A monthly mean cannot exceed the peak weekly share, so the peak bounds "
              "the largest monthly share of 2025 from above."),
@@ -708,31 +720,31 @@ SPECS: tuple[Spec, ...] = (
          (RowRef(_API, "2025-11", "share_of_tokens_openrouter", "Closed/proprietary models"),
           RowRef(_API, "2025-11", "share_of_tokens_openrouter",
                  "Open-weight models (all origins)")),
-         (usage_share(OPEN_MODEL_IDS, AI_IDS, _EXCN),), ("2025-11", "2025-11"), "range",
+         (token_share(OPEN_MODEL_IDS, AI_IDS),), ("2025-11", "2025-11"), "range",
          range_rule="one_minus_first_to_second",
          why=_OR_WHY + "The two summaries (closed ~70 %, open ~one-third) bracket the open "
              "share: between 1 - 0.70 and 0.33."),
     Spec("or_us_2025_07",
          (RowRef(_API, "2025-07", "share_of_tokens_openrouter_top_models",
                  "US models (OpenAI, Anthropic, Google)"),),
-         (usage_share(US_IDS, AI_IDS, _EXCN),), ("2025-07", "2025-07"), "point",
+         (token_share(US_IDS, AI_IDS),), ("2025-07", "2025-07"), "point",
          why=_OR_WHY + "US models = every US provider (closed APIs and open weights).",
          mismatch=0.5, mismatch_why=_OR_MIS + "; 'top models' only"),
     Spec("or_deepseek_of_open_2025_06_lb",
          (RowRef(_API, "2025-06", "share_of_oss_tokens_openrouter", "DeepSeek family"),),
-         (usage_share(DEEPSEEK_IDS, OPEN_MODEL_IDS, _EXCN),), ("2025-04", "2025-06"), "lower",
+         (token_share(DEEPSEEK_IDS, OPEN_MODEL_IDS),), ("2025-04", "2025-06"), "lower",
          why=_OR_WHY + "DeepSeek (weights and own API) over all open-model usage; the month is "
              "approximate ('before the summer inflexion'), so the mean of 2025-04..06."),
     Spec("or_tokens_deepseek_per_qwen",
          (RowRef(_API, "2025-11", _OR_TOK, "DeepSeek"), RowRef(_API, "2025-11", _OR_TOK, "Qwen")),
-         (usage_share(DEEPSEEK_IDS, AI_IDS, _EXCN), usage_share(("qwen",), AI_IDS, _EXCN)),
+         (token_share(DEEPSEEK_IDS, AI_IDS), token_share(("qwen",), AI_IDS)),
          ("2024-12", "2025-11"), "point", scale="log", combine="ratio",
          why=_OR_WHY + "Ratio of tokens over the study year = ratio of mean usage shares "
              "over 2024-12..2025-11 (DeepSeek weights and API; Qwen open weights).",
          mismatch=0.35, mismatch_why=_OR_MIS + "; equal month weights while volume grew"),
     Spec("or_tokens_qwen_per_llama",
          (RowRef(_API, "2025-11", _OR_TOK, "Qwen"), RowRef(_API, "2025-11", _OR_TOK, "Llama")),
-         (usage_share(("qwen",), AI_IDS, _EXCN), usage_share(("llama",), AI_IDS, _EXCN)),
+         (token_share(("qwen",), AI_IDS), token_share(("llama",), AI_IDS)),
          ("2024-12", "2025-11"), "point", scale="log", combine="ratio",
          why=_OR_WHY + "As above, Qwen over Llama.",
          mismatch=0.35, mismatch_why=_OR_MIS + "; equal month weights while volume grew"),
