@@ -26,7 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.calibration import CALIBRATION_END, _print_targets, base_scenario_data, read_calibration
+from sim.calibration import (
+    CALIBRATION_END,
+    _print_targets,
+    _untransform,
+    base_scenario_data,
+    read_calibration,
+)
 from sim.inputs import data_hash
 from sim.targets import Outputs, Target, build_targets, month_of
 
@@ -118,14 +124,6 @@ def plot_targets(targets: list[Target], series: np.ndarray, rows: dict, out: Pat
         plt.close(fig)
         written.append(path)
     return written
-
-
-def _untransform(t: Target, z: float) -> float:
-    if t.scale == "log":
-        return math.exp(z)
-    if t.scale == "logit":
-        return 1 / (1 + math.exp(-z))
-    return z
 
 
 def _draw_observed(ax, t: Target) -> None:

@@ -30,9 +30,20 @@ def paired(base, other, fn) -> tuple[float, float]:
 
 
 def test_meta_going_closed_lowers_llamas_share(baseline):
+    def llama_2026_2035(r):
+        df = r.adoption.filter(pl.col("region") == "WLD", pl.col("provider") == "llama",
+                               pl.col("date") >= pl.date(2026, 1, 1))
+        return float(df["share"].mean())
+
+    def llama_derivatives_2030(r):
+        df = r.ecosystem.filter(pl.col("provider") == "llama", pl.col("date").dt.year() == 2030)
+        return float(df["new_derivatives_k"].mean())
+
     closed = baseline.with_values({"levers.meta_open_weights": False})
-    a, b = paired(baseline, closed, lambda r: share(r, year=2035, provider="llama"))
-    assert b < a, f"Llama world share 2035: {a:.4f} open, {b:.4f} when Meta goes closed"
+    a, b = paired(baseline, closed, llama_2026_2035)
+    assert b < a, f"Llama world share 2026-2035: {a:.5f} open, {b:.5f} when Meta goes closed"
+    a, b = paired(baseline, closed, llama_derivatives_2030)
+    assert b < a, f"new Llama derivatives 2030: {a:.3f}k/month open, {b:.3f}k when closed"
 
 
 def test_us_open_investment_raises_us_open_weights(baseline):
